@@ -131,7 +131,7 @@ func (c *AuthClient) Validate() error {
 			return Invalid("relationships", "a global auth client names no tenant, contract or workspace")
 		}
 	case LevelTenant, LevelContract, LevelWorkspace:
-		if err := ValidateID(string(c.Scope.Level), c.Scope.ID); err != nil {
+		if err := ValidateID("relationships."+string(c.Scope.Level), c.Scope.ID); err != nil {
 			return err
 		}
 	default:
@@ -489,8 +489,8 @@ func (c *Credential) Validate(client *AuthClient) error {
 		if f.AccessToken == "" && (f.RefreshToken != "" || !f.ExpiresAt.IsZero()) {
 			return Invalid("credentials.access_token", "is required when other token fields are given")
 		}
-		if hasCTL(f.AccessToken) {
-			return Invalid("credentials.access_token", "must not contain control characters")
+		if hasCTL(f.AccessToken) || hasCTL(f.RefreshToken) {
+			return Invalid("credentials", "tokens must not contain control characters")
 		}
 	}
 	switch c.State {
