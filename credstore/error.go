@@ -64,3 +64,7 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// EUNAVAILABLE: a service the operation depends on (a token endpoint) did
+// not answer usefully; trying again later may work (502).
+const EUNAVAILABLE = "unavailable"

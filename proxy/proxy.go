@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/authproxy/authproxy/authflow"
 	"github.com/authproxy/authproxy/credstore"
 )
 
@@ -47,15 +48,12 @@ const (
 // is called when upstream answered 401 to token: it refreshes once if token
 // is still the stored one and returns the new token, or "" when the 401
 // should go back to the flow as it is. Both return an error wrapping
-// ErrNeedsReauth when the account must be connected again.
+// authflow.ErrNeedsReauth when the account must be connected again.
 type TokenSource interface {
 	Token(ctx context.Context, c *credstore.Credential, client *credstore.AuthClient) (string, error)
 	Rejected(ctx context.Context, c *credstore.Credential, client *credstore.AuthClient, token string) (string, error)
 }
 
-// ErrNeedsReauth is returned by a TokenSource when a credential needs its
-// owner to connect the account again; the proxy answers 503.
-var ErrNeedsReauth = errors.New("credential needs re-authorization")
 
 // Route maps an upstream host (as the flow writes it, "api.github.com" or
 // "127.0.0.1:9401") to the credential used when the request names none.
@@ -143,6 +141,7 @@ type exchange struct {
 	host    string // upstream host[:port]
 	header  string // credential header name, "" for none
 	value   string // credential header value
+	token   string // the OAuth2 access token sent, for a 401
 	body    []byte // request body kept for replay
 	replay  bool   // the body (if any) can be sent again
 	retries int
@@ -271,13 +270,13 @@ func (p *Proxy) bind(ctx context.Context, ex *exchange, id string, u *url.URL) (
 		tok := cred.Fields.AccessToken
 		if p.Tokens != nil {
 			if tok, err = p.Tokens.Token(ctx, cred, client); err != nil {
-				if errors.Is(err, ErrNeedsReauth) {
+				if errors.Is(err, authflow.ErrNeedsReauth) {
 					return http.StatusServiceUnavailable, CodeNeedsReauth, "the account behind this secret must be connected again"
 				}
 				return http.StatusServiceUnavailable, CodeNotUsable, "no valid access token could be obtained; try again later"
 			}
 		}
-		ex.header, ex.value = "Authorization", "Bearer "+tok
+		ex.header, ex.value, ex.token = "Authorization", "Bearer "+tok, tok
 	}
 	return 0, "", ""
 }

@@ -35,6 +35,28 @@ func (e statusError) Error() string { return "upstream answered " + strconv.Itoa
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
+	resp, err := t.send(req, ex)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || ex.token == "" || t.p.Tokens == nil || !ex.replay {
+		return resp, err
+	}
+	// A 401 to an OAuth2 token: if that token is still the stored one,
+	// refresh once and replay once. Never loop.
+	tok, rerr := t.p.Tokens.Rejected(req.Context(), ex.cred, ex.client, ex.token)
+	if rerr != nil || tok == "" {
+		return resp, nil
+	}
+	discard(resp.Body)
+	again := req.Clone(req.Context())
+	if ex.body != nil {
+		again.Body = io.NopCloser(bytes.NewReader(ex.body))
+	}
+	ex.token, ex.value = tok, "Bearer "+tok
+	again.Header.Set(ex.header, ex.value)
+	return t.send(again, ex)
+}
+
+// send sends req with the retries its method and body allow.
+func (t *retryTransport) send(req *http.Request, ex *exchange) (*http.Response, error) {
 	idempotent := isIdempotent(req)
 	var (
 		resp     *http.Response
