@@ -79,7 +79,7 @@ type Manager struct {
 
 	once    sync.Once
 	mu      sync.Mutex
-	flights map[string]*flight     // refreshes under way, by credential id
+	flights map[string]*flight      // refreshes under way, by credential id
 	states  map[string]*pendingAuth // authorization links not yet used
 	retryAt map[string]backoff      // background refresher's waits after failures
 }

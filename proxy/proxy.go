@@ -54,7 +54,6 @@ type TokenSource interface {
 	Rejected(ctx context.Context, c *credstore.Credential, client *credstore.AuthClient, token string) (string, error)
 }
 
-
 // Route maps an upstream host (as the flow writes it, "api.github.com" or
 // "127.0.0.1:9401") to the credential used when the request names none.
 type Route struct {

@@ -38,7 +38,7 @@ type config struct {
 	RequestTimeout     time.Duration
 	RequestRetryDelay  time.Duration
 	RequestMaxRetry    int
-	PublicURL          string // "": http:// + AdminListen
+	PublicURL          string // "": http:// + the admin listener's address
 	RefreshBefore      time.Duration
 
 	Routes []proxy.Route // from ConfigFile
@@ -141,13 +141,6 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (*co
 		if err := s.set(c, v); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-	}
-	if c.PublicURL == "" {
-		host := c.AdminListen
-		if strings.HasPrefix(host, ":") {
-			host = "localhost" + host
-		}
-		c.PublicURL = "http://" + host
 	}
 	if c.ConfigFile != "" {
 		routes, err := readConfigFile(c.ConfigFile)

@@ -14,11 +14,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
 
+	"github.com/authproxy/authproxy/authflow"
 	"github.com/authproxy/authproxy/credstore"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/admin"
@@ -86,16 +88,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("AUTHPROXY_UPSTREAM_CA_FILE: %w", err)
 	}
-	px := &proxy.Proxy{
-		Store:      store,
-		Transport:  transport,
-		Routes:     cfg.Routes,
-		MaxRetry:   cfg.UpstreamMaxRetry,
-		RetryDelay: cfg.UpstreamRetryDelay,
-		Logger:     log,
-	}
-	adm := &admin.Server{Store: store, Token: token, Logger: log}
-
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("AUTHPROXY_LISTEN: %w", err)
@@ -105,6 +97,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		proxyLn.Close()
 		return fmt.Errorf("AUTHPROXY_ADMIN_LISTEN: %w", err)
 	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + browserAddr(adminLn.Addr().(*net.TCPAddr))
+	}
+	flow := &authflow.Manager{
+		Store:          store,
+		RequestTimeout: cfg.RequestTimeout,
+		RetryDelay:     cfg.RequestRetryDelay,
+		MaxRetry:       cfg.RequestMaxRetry,
+		RefreshBefore:  cfg.RefreshBefore,
+		RedirectURI:    publicURL + "/oauth/callback",
+		Logger:         log,
+	}
+	px := &proxy.Proxy{
+		Store:      store,
+		Tokens:     flow,
+		Transport:  transport,
+		Routes:     cfg.Routes,
+		MaxRetry:   cfg.UpstreamMaxRetry,
+		RetryDelay: cfg.UpstreamRetryDelay,
+		Logger:     log,
+	}
+	adm := &admin.Server{Store: store, Token: token, Logger: log, Flow: flow}
+
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	servers := []*http.Server{
 		{Handler: px, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: errLog},
@@ -114,8 +130,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	for i, ln := range []net.Listener{proxyLn, adminLn} {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
+	refreshCtx, stopRefresher := context.WithCancel(context.Background())
+	refresherDone := make(chan struct{})
+	go func() { flow.Run(refreshCtx); close(refresherDone) }()
 	log.Info("authproxy ready", "proxy", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"data_dir", cfg.DataDir, "key_id", store.KeyID(), "credentials", len(store.Credentials("")))
+		"redirect_uri", flow.RedirectURI, "data_dir", cfg.DataDir, "key_id", store.KeyID(), "credentials", len(store.Credentials("")))
 
 	select {
 	case <-ctx.Done():
@@ -132,11 +151,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	px.CloseTunnels()
+	stopRefresher()
+	<-refresherDone
 	if shutdownErr != nil {
 		log.Warn("drain did not finish", "err", shutdownErr)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// browserAddr is the admin listener's address as a browser on this host
+// reaches it: a wildcard address becomes localhost.
+func browserAddr(a *net.TCPAddr) string {
+	if a.IP.IsUnspecified() {
+		return net.JoinHostPort("localhost", strconv.Itoa(a.Port))
+	}
+	return a.String()
 }
 
 func newLogger(cfg *config, w io.Writer) *slog.Logger {

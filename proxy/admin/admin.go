@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/authproxy/authproxy/authflow"
 	"github.com/authproxy/authproxy/credstore"
 )
 
@@ -31,11 +32,17 @@ type Server struct {
 	// Logger receives one line per request and the full text of internal
 	// errors. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// Flow connects and refreshes OAuth2 accounts. Nil leaves out the
+	// authorize, refresh and callback routes.
+	Flow *authflow.Manager
 }
 
 // publicRoutes are the route names that need no token: probes must work
 // without the secret that the rest of the API guards.
-var publicRoutes = map[string]bool{"healthz": true, "readyz": true}
+// The OAuth2 callback needs none either: a browser arrives there from the
+// provider, and the single-use state it carries is the capability.
+var publicRoutes = map[string]bool{"healthz": true, "readyz": true, "oauth-callback": true}
 
 // Router returns the admin routes on a *mux.Router, so that later features
 // can add routes to it. Routes added later are logged and need the token
@@ -61,6 +68,12 @@ func (s *Server) Router() *mux.Router {
 	r.HandleFunc("/v2/workspaces/{ws}/secrets/{id}", s.getSecret).Methods(http.MethodGet)
 	r.HandleFunc("/v2/workspaces/{ws}/secrets/{id}", s.patchSecret).Methods(http.MethodPatch)
 	r.HandleFunc("/v2/workspaces/{ws}/secrets/{id}", s.deleteSecret).Methods(http.MethodDelete)
+
+	if s.Flow != nil {
+		r.HandleFunc("/v2/workspaces/{ws}/secrets/{id}/authorize", s.authorize).Methods(http.MethodPost)
+		r.HandleFunc("/v2/workspaces/{ws}/secrets/{id}/refresh", s.refresh).Methods(http.MethodPost)
+		r.HandleFunc("/oauth/callback", s.callback).Methods(http.MethodGet).Name("oauth-callback")
+	}
 
 	// mux runs its middleware only on matched routes, so the fallbacks are
 	// wrapped by hand: they are logged, and they answer 401 before saying
