@@ -2,6 +2,7 @@ package credstore
 
 import (
 	"net"
+	"strconv"
 	"net/url"
 	"strings"
 )
@@ -40,7 +41,10 @@ func ParseOrigin(s string) (Origin, error) {
 		if !validPort(p) {
 			return Origin{}, Invalid("allowed_origins", "%q has an invalid port", s)
 		}
-		host, o.Port = h, p
+		n, _ := strconv.Atoi(p)
+		host, o.Port = h, strconv.Itoa(n) // "0443" is "443"
+	} else if strings.Count(rest, ":") > 1 && !strings.HasPrefix(rest, "[") {
+		return Origin{}, Invalid("allowed_origins", "%q: an IPv6 address must be written in brackets", s)
 	} else if strings.HasPrefix(rest, "[") && strings.HasSuffix(rest, "]") {
 		host = rest[1 : len(rest)-1]
 	}

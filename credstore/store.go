@@ -5,6 +5,7 @@ package credstore
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -110,7 +111,7 @@ func (s *Store) init() error {
 			return err
 		}
 		if err := tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
-			c, err := s.decodeClient(v)
+			c, err := s.decodeClient(k, v)
 			if err != nil {
 				return fmt.Errorf("auth client %s: %w", k, err)
 			}
@@ -120,7 +121,7 @@ func (s *Store) init() error {
 			return err
 		}
 		return tx.Bucket(bucketSecrets).ForEach(func(k, v []byte) error {
-			c, err := s.decodeCredential(v)
+			c, err := s.decodeCredential(k, v)
 			if err != nil {
 				return fmt.Errorf("secret %s: %w", k, err)
 			}
@@ -277,14 +278,17 @@ func (s *Store) UpdateAuthClient(id string, fn func(*AuthClient) error) (*AuthCl
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if c.Scope != old.Scope {
-		for _, cred := range s.Credentials("") {
-			if cred.AuthClientID != id {
-				continue
-			}
-			if w, err := s.Workspace(cred.Workspace); err != nil || !w.Sees(c.Scope) {
-				return nil, Errorf(ECONFLICT, "secret %s in workspace %s uses this auth client and would no longer see it", cred.ID, cred.Workspace)
-			}
+	// Every secret using the client must stay visible and valid with it
+	// (an api_key secret may rely on the client's default header name).
+	for _, cred := range s.Credentials("") {
+		if cred.AuthClientID != id {
+			continue
+		}
+		if w, err := s.Workspace(cred.Workspace); err != nil || !w.Sees(c.Scope) {
+			return nil, Errorf(ECONFLICT, "secret %s in workspace %s uses this auth client and would no longer see it", cred.ID, cred.Workspace)
+		}
+		if err := cred.Validate(c); err != nil {
+			return nil, Errorf(ECONFLICT, "secret %s uses this auth client and would become invalid: %s", cred.ID, ErrorMessage(err))
 		}
 	}
 	if err := s.writeClient(c); err != nil {
@@ -515,44 +519,66 @@ type credentialSecrets struct {
 	Extra        map[string]any `json:"extra,omitempty"`
 }
 
-type clientRecord struct {
-	AuthClient
-	Sealed sealed `json:"sealed"`
+// envelope is a record as stored: the plain JSON of the record with its
+// secret fields emptied, and the sealed secret fields. The plain bytes are
+// part of the ciphertext's additional data, so whoever can write the file
+// but lacks the key cannot change a record's origins, workspace or client
+// (to send a secret elsewhere) without the record failing to open.
+type envelope struct {
+	Plain  json.RawMessage `json:"plain"`
+	Sealed sealed          `json:"sealed"`
 }
 
-type credentialRecord struct {
-	Credential
-	Sealed sealed `json:"sealed"`
+// seal stores plain and the secret part pt of record id in bucket.
+func (s *Store) sealRecord(bucket []byte, id string, plain any, pt any) ([]byte, error) {
+	pb, err := json.Marshal(plain)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := json.Marshal(pt)
+	if err != nil {
+		return nil, err
+	}
+	sl, err := s.keys.seal(sb, aad(bucket, id, pb))
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(envelope{Plain: pb, Sealed: sl})
+}
+
+// openRecord reverses sealRecord for the record stored under key id.
+func (s *Store) openRecord(bucket []byte, id string, v []byte, plain any, pt any) error {
+	var env envelope
+	if err := json.Unmarshal(v, &env); err != nil {
+		return err
+	}
+	sb, err := s.keys.open(env.Sealed, aad(bucket, id, env.Plain))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(env.Plain, plain); err != nil {
+		return err
+	}
+	return json.Unmarshal(sb, pt)
 }
 
 func (s *Store) encodeClient(c *AuthClient) ([]byte, error) {
-	pt, err := json.Marshal(clientSecrets{ClientSecret: c.Settings.ClientSecret})
-	if err != nil {
-		return nil, err
-	}
-	rec := clientRecord{AuthClient: *c}
-	rec.Settings.ClientSecret = ""
-	if rec.Sealed, err = s.keys.seal(pt, aad(bucketClients, c.ID)); err != nil {
-		return nil, err
-	}
-	return json.Marshal(rec)
+	plain := *c
+	plain.Settings.ClientSecret = ""
+	return s.sealRecord(bucketClients, c.ID, &plain, clientSecrets{ClientSecret: c.Settings.ClientSecret})
 }
 
-func (s *Store) decodeClient(v []byte) (*AuthClient, error) {
-	var rec clientRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return nil, err
-	}
-	pt, err := s.keys.open(rec.Sealed, aad(bucketClients, rec.ID))
-	if err != nil {
-		return nil, err
-	}
+func (s *Store) decodeClient(id, v []byte) (*AuthClient, error) {
+	var c AuthClient
 	var sec clientSecrets
-	if err := json.Unmarshal(pt, &sec); err != nil {
+	if err := s.openRecord(bucketClients, string(id), v, &c, &sec); err != nil {
 		return nil, err
 	}
-	c := rec.AuthClient
+	if c.ID != string(id) {
+		return nil, fmt.Errorf("record holds id %q", c.ID)
+	}
 	c.Settings.ClientSecret = sec.ClientSecret
+	var err error
 	if c.origins, err = ParseOrigins(c.AllowedOrigins); err != nil {
 		return nil, err
 	}
@@ -561,44 +587,36 @@ func (s *Store) decodeClient(v []byte) (*AuthClient, error) {
 
 func (s *Store) encodeCredential(c *Credential) ([]byte, error) {
 	f := &c.Fields
-	pt, err := json.Marshal(credentialSecrets{Password: f.Password, HeaderValue: f.HeaderValue,
+	plain := *c
+	pf := &plain.Fields
+	pf.Password, pf.HeaderValue, pf.AccessToken, pf.RefreshToken, pf.Extra = "", "", "", "", nil
+	return s.sealRecord(bucketSecrets, c.ID, &plain, credentialSecrets{Password: f.Password, HeaderValue: f.HeaderValue,
 		AccessToken: f.AccessToken, RefreshToken: f.RefreshToken, Extra: f.Extra})
-	if err != nil {
-		return nil, err
-	}
-	rec := credentialRecord{Credential: *c}
-	rf := &rec.Fields
-	rf.Password, rf.HeaderValue, rf.AccessToken, rf.RefreshToken, rf.Extra = "", "", "", "", nil
-	if rec.Sealed, err = s.keys.seal(pt, aad(bucketSecrets, c.ID)); err != nil {
-		return nil, err
-	}
-	return json.Marshal(rec)
 }
 
-func (s *Store) decodeCredential(v []byte) (*Credential, error) {
-	var rec credentialRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return nil, err
-	}
-	pt, err := s.keys.open(rec.Sealed, aad(bucketSecrets, rec.ID))
-	if err != nil {
-		return nil, err
-	}
+func (s *Store) decodeCredential(id, v []byte) (*Credential, error) {
+	var c Credential
 	var sec credentialSecrets
-	if err := json.Unmarshal(pt, &sec); err != nil {
+	if err := s.openRecord(bucketSecrets, string(id), v, &c, &sec); err != nil {
 		return nil, err
 	}
-	c := rec.Credential
+	if c.ID != string(id) {
+		return nil, fmt.Errorf("record holds id %q", c.ID)
+	}
 	f := &c.Fields
 	f.Password, f.HeaderValue, f.AccessToken, f.RefreshToken, f.Extra = sec.Password, sec.HeaderValue, sec.AccessToken, sec.RefreshToken, sec.Extra
+	var err error
 	if c.origins, err = ParseOrigins(c.AllowedOrigins); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-func aad(bucket []byte, id string) []byte {
-	return append(append(slices.Clone(bucket), 0), id...)
+// aad binds a ciphertext to its bucket, record id and plain part.
+func aad(bucket []byte, id string, plain []byte) []byte {
+	h := sha256.Sum256(plain)
+	out := append(append(slices.Clone(bucket), 0), id...)
+	return append(append(out, 0), h[:]...)
 }
 
 func putJSON(b *bolt.Bucket, k []byte, v any) error {

@@ -299,6 +299,10 @@ var credentialFields = map[AuthType][]string{
 	OAuth2Instagram: {"access_token", "expires_in", "expires_at", "scope", "token_type"},
 }
 
+// maxExpiresIn bounds an uploaded expires_in so that it cannot overflow a
+// time.Duration into the past.
+const maxExpiresIn = 100 * 365 * 24 * 3600
+
 // fieldsInput is what a client may upload; expires_in is turned into
 // ExpiresAt on decode.
 type fieldsInput struct {
@@ -308,8 +312,8 @@ type fieldsInput struct {
 	HeaderValue  *string    `json:"headerValue"`
 	AccessToken  *string    `json:"access_token"`
 	RefreshToken *string    `json:"refresh_token"`
-	ExpiresIn    *int64     `json:"expires_in"`
-	ExpiresAt    *time.Time `json:"expires_at"`
+	ExpiresIn    *int64          `json:"expires_in"`
+	ExpiresAt    json.RawMessage `json:"expires_at"`
 	Scope        *string    `json:"scope"`
 	TokenType    *string    `json:"token_type"`
 }
@@ -353,13 +357,21 @@ func DecodeFields(t AuthType, raw json.RawMessage, base Fields, now time.Time) (
 	}
 	set(&out.RefreshToken, in.RefreshToken)
 	if in.ExpiresIn != nil {
-		if *in.ExpiresIn <= 0 {
-			return base, Invalid("credentials.expires_in", "must be a positive number of seconds")
+		if *in.ExpiresIn <= 0 || *in.ExpiresIn > maxExpiresIn {
+			return base, Invalid("credentials.expires_in", "must be a positive number of seconds, at most %d (100 years)", maxExpiresIn)
 		}
 		out.ExpiresAt = now.Add(time.Duration(*in.ExpiresIn) * time.Second)
 	}
-	if in.ExpiresAt != nil {
-		out.ExpiresAt = *in.ExpiresAt
+	if len(in.ExpiresAt) > 0 && string(in.ExpiresAt) != "null" {
+		var s string
+		t, err := time.Time{}, json.Unmarshal(in.ExpiresAt, &s)
+		if err == nil {
+			t, err = time.Parse(time.RFC3339, s)
+		}
+		if err != nil {
+			return base, Invalid("credentials.expires_at", "must be an RFC 3339 time string such as 2026-01-02T15:04:05Z")
+		}
+		out.ExpiresAt = t
 	}
 	return out, nil
 }
