@@ -2,8 +2,8 @@ package credstore
 
 import (
 	"net"
-	"strconv"
 	"net/url"
+	"strconv"
 	"strings"
 )
 

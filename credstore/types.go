@@ -306,16 +306,16 @@ const maxExpiresIn = 100 * 365 * 24 * 3600
 // fieldsInput is what a client may upload; expires_in is turned into
 // ExpiresAt on decode.
 type fieldsInput struct {
-	Username     *string    `json:"username"`
-	Password     *string    `json:"password"`
-	HeaderName   *string    `json:"headerName"`
-	HeaderValue  *string    `json:"headerValue"`
-	AccessToken  *string    `json:"access_token"`
-	RefreshToken *string    `json:"refresh_token"`
+	Username     *string         `json:"username"`
+	Password     *string         `json:"password"`
+	HeaderName   *string         `json:"headerName"`
+	HeaderValue  *string         `json:"headerValue"`
+	AccessToken  *string         `json:"access_token"`
+	RefreshToken *string         `json:"refresh_token"`
 	ExpiresIn    *int64          `json:"expires_in"`
 	ExpiresAt    json.RawMessage `json:"expires_at"`
-	Scope        *string    `json:"scope"`
-	TokenType    *string    `json:"token_type"`
+	Scope        *string         `json:"scope"`
+	TokenType    *string         `json:"token_type"`
 }
 
 // DecodeFields decodes raw (a JSON object) onto base: the zero value on
