@@ -121,6 +121,21 @@ type TokenRequest struct {
 	ClientAuth      string
 	HasCodeVerifier bool // a code_verifier form value was sent
 	Status          int  // HTTP status answered
+
+	// AccessToken and RefreshToken issued in the answer ("" when none),
+	// so that tests can search logs and files for them.
+	AccessToken, RefreshToken string
+}
+
+// IssuedTokens returns the non-empty tokens issued in the answer.
+func (r TokenRequest) IssuedTokens() []string {
+	var out []string
+	for _, t := range []string{r.AccessToken, r.RefreshToken} {
+		if t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Server is a running fosite authorization server with one registered
@@ -513,6 +528,13 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
+		var issued struct {
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+		}
+		if json.Unmarshal(sw.body.Bytes(), &issued) == nil {
+			rec.AccessToken, rec.RefreshToken = issued.AccessToken, issued.RefreshToken
+		}
 		s.cmu.Lock()
 		s.tokenCalls[rec.GrantType]++
 		rec.Status = sw.status
@@ -632,6 +654,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	body   bytes.Buffer // a copy of what was written
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
