@@ -65,7 +65,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, start time.Time) 
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		up.Close()
-		p.fail(lw, ex, http.StatusInternalServerError, CodeBadRequest, "connection cannot be tunnelled")
+		p.fail(lw, ex, http.StatusInternalServerError, CodeInternal, "this connection cannot be tunnelled")
 		return
 	}
 	if !p.tun.add(conn) {
@@ -83,10 +83,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, start time.Time) 
 	done := make(chan int64, 2)
 	go func() {
 		// Bytes the client sent after the CONNECT line are buffered in brw.
-		n, _ := io.Copy(up, io.MultiReader(io.LimitReader(brw, int64(brw.Reader.Buffered())), conn))
+		io.Copy(up, io.MultiReader(io.LimitReader(brw, int64(brw.Reader.Buffered())), conn))
 		closeWrite(up)
-		done <- 0
-		_ = n
+		done <- 0 // bytes to the upstream are not counted, only bytes back
 	}()
 	go func() {
 		n, _ := io.Copy(conn, up)

@@ -41,6 +41,7 @@ const (
 	CodeNeedsReauth      = "credential_needs_reauthorization"
 	CodeUnreachable      = "upstream_unreachable"
 	CodeTimeout          = "upstream_timeout"
+	CodeInternal         = "internal_error"
 )
 
 // TokenSource supplies OAuth2 access tokens. Token returns the token to use
@@ -112,6 +113,7 @@ func (p *Proxy) init() {
 			}
 			p.Transport = t
 		}
+		p.MaxRetry = max(0, min(p.MaxRetry, MaxRetryCap))
 		if p.RetryDelay <= 0 {
 			p.RetryDelay = 250 * time.Millisecond
 		}
@@ -123,11 +125,12 @@ func (p *Proxy) init() {
 			p.routes[strings.ToLower(r.Host)] = r.Secret
 		}
 		p.rp = &httputil.ReverseProxy{
-			Rewrite:      rewrite,
-			Transport:    &retryTransport{p: p},
-			BufferPool:   bufferPool{},
-			ErrorHandler: p.upstreamError,
-			ErrorLog:     slog.NewLogLogger(p.Logger.Handler(), slog.LevelDebug),
+			Rewrite:        rewrite,
+			ModifyResponse: stripResponse,
+			Transport:      &retryTransport{p: p},
+			BufferPool:     bufferPool{},
+			ErrorHandler:   p.upstreamError,
+			ErrorLog:       slog.NewLogLogger(p.Logger.Handler(), slog.LevelDebug),
 		}
 	})
 }
@@ -202,7 +205,7 @@ func (p *Proxy) credentialID(r *http.Request) (id string, ok bool) {
 	}
 	if pa := r.Header.Get("Proxy-Authorization"); pa != "" {
 		scheme, enc, _ := strings.Cut(pa, " ")
-		if !strings.EqualFold(scheme, "Basic") {
+		if !strings.EqualFold(scheme, "Basic") || strings.TrimSpace(enc) == "" {
 			return "", false
 		}
 		dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
@@ -328,6 +331,17 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
+// stripResponse removes X-Authproxy-* from upstream answers: only the proxy
+// itself may say X-Authproxy-Error, or a third party could pose as it.
+func stripResponse(resp *http.Response) error {
+	for name := range resp.Header {
+		if hasPrefixFold(name, "X-Authproxy-") {
+			delete(resp.Header, name)
+		}
+	}
+	return nil
+}
+
 // fail writes the proxy's own error answer.
 func (p *Proxy) fail(w http.ResponseWriter, ex *exchange, status int, code, detail string) {
 	ex.code = code
@@ -375,9 +389,9 @@ func describe(err error) string {
 		return "host not found"
 	case errors.As(err, &op) && op.Op == "dial":
 		if op.Err != nil {
-			return "connect: " + op.Err.Error()
+			return strings.TrimPrefix(op.Err.Error(), "connect: ")
 		}
-		return "connect failed"
+		return "connection failed"
 	case strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:"):
 		return "TLS handshake failed: " + err.Error()
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

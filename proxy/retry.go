@@ -17,6 +17,10 @@ import (
 // goes back to the flow as it is, to decide for itself.
 const maxRetryAfter = 30 * time.Second
 
+// maxBackoff caps one wait between attempts, so that ten retries cannot
+// hold a flow for minutes.
+const maxBackoff = 10 * time.Second
+
 // retryTransport sends one outbound request, retrying what is safe to
 // retry:
 //   - a connection that failed before anything was sent, for any method;
@@ -95,7 +99,7 @@ func (t *retryTransport) send(req *http.Request, ex *exchange) (*http.Response, 
 	// one, and the backoff is built only when one does.
 	again, err := attempt(req.Context())
 	if again && ex.retries > 0 {
-		base := retry.WithJitterPercent(20, retry.NewExponential(t.p.RetryDelay))
+		base := retry.WithCappedDuration(maxBackoff, retry.WithJitterPercent(20, retry.NewExponential(t.p.RetryDelay)))
 		backoff := retry.WithMaxRetries(uint64(ex.retries), retry.BackoffFunc(func() (time.Duration, bool) {
 			d, stop := base.Next()
 			if override > 0 {
@@ -158,7 +162,9 @@ func retryAfter(v string) (time.Duration, bool) {
 		return 0, true
 	}
 	var d time.Duration
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+	if secs, err := strconv.ParseInt(v, 10, 64); errors.Is(err, strconv.ErrRange) {
+		return 0, false // a number of seconds too large to hold: far past our limit
+	} else if err == nil {
 		if secs < 0 {
 			return 0, true
 		}
