@@ -34,23 +34,23 @@ func (m *Manager) Run(ctx context.Context) {
 // scan renews every credential due now and waits for those refreshes.
 func (m *Manager) scan(ctx context.Context) {
 	now := m.now()
-	sem := make(chan struct{}, refreshWorkers)
-	var wg sync.WaitGroup
-	for _, c := range m.Store.Credentials("") {
+	var expired []*credstore.Credential
+	due := m.Store.DueCredentials(func(c *credstore.Credential, client *credstore.AuthClient) bool {
 		if !c.Type.IsOAuth2() || c.State != credstore.StateReady {
-			continue
-		}
-		client, err := m.Store.AuthClient(c.AuthClientID)
-		if err != nil {
-			continue
+			return false
 		}
 		if c.Type == credstore.OAuth2Instagram && !c.Fields.ExpiresAt.IsZero() && !now.Before(c.Fields.ExpiresAt) {
-			m.markError(c, "the long-lived Instagram token expired; connect the account again")
-			continue
+			expired = append(expired, c)
+			return false
 		}
-		if !m.due(c, client, now) || m.backingOff(c.ID, now) {
-			continue
-		}
+		return m.due(c, client, now) && !m.backingOff(c.ID, now)
+	})
+	for _, c := range expired {
+		m.markError(c, "the long-lived Instagram token expired; connect the account again")
+	}
+	sem := make(chan struct{}, refreshWorkers)
+	var wg sync.WaitGroup
+	for _, c := range due {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():

@@ -66,6 +66,7 @@ func Open(path string, key []byte) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	releaseMapping(db)
 	return s, nil
 }
 
@@ -125,10 +126,31 @@ func (s *Store) init() error {
 			if err != nil {
 				return fmt.Errorf("secret %s: %w", k, err)
 			}
+			s.intern(c)
 			s.creds[c.ID] = c
 			return nil
 		})
 	})
+}
+
+// intern makes c share the strings that thousands of credentials repeat
+// (workspace, auth client id, type, state) with the cache's own copies, so
+// that each is held in memory once. Call with s.mu held or during init.
+func (s *Store) intern(c *Credential) {
+	if w := s.workspaces[c.Workspace]; w != nil {
+		c.Workspace = w.ID
+	}
+	if ac := s.clients[c.AuthClientID]; ac != nil {
+		c.AuthClientID, c.Type = ac.ID, ac.Type
+	}
+	switch c.State {
+	case StateReady:
+		c.State = StateReady
+	case StatePending:
+		c.State = StatePending
+	case StateError:
+		c.State = StateError
+	}
 }
 
 // NewID returns a random URL-safe id of 128 bits, so that one id tells
@@ -206,6 +228,22 @@ func (s *Store) Credentials(ws string) []*Credential {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Credential) int { return cmpCreated(a.CreatedAt, b.CreatedAt, a.ID, b.ID) })
+	return out
+}
+
+// DueCredentials returns the credentials for which due returns true,
+// without copying the whole set: the background refresher asks every
+// second, and an idle sidecar should not make garbage doing so. due runs
+// under the store's read lock and must not call the store.
+func (s *Store) DueCredentials(due func(*Credential, *AuthClient) bool) []*Credential {
+	var out []*Credential
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, c := range s.creds {
+		if client := s.clients[c.AuthClientID]; client != nil && due(c, client) {
+			out = append(out, c)
+		}
+	}
 	return out
 }
 
@@ -494,6 +532,7 @@ func (s *Store) writeCredential(c *Credential, newWS *Workspace) error {
 		return fmt.Errorf("write secret: %w", err)
 	}
 	s.mu.Lock()
+	s.intern(c)
 	s.creds[c.ID] = c
 	if newWS != nil {
 		s.workspaces[newWS.ID] = newWS
