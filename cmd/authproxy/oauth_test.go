@@ -382,3 +382,57 @@ func TestNoOAuthSecretAnywhere(t *testing.T) {
 		t.Fatalf("admin answer is not JSON: %s", raw)
 	}
 }
+
+// Denied consent and a replayed callback show a page that says what went
+// wrong, and leave the secret as it was.
+func TestCallbackFailuresLeaveSecretAlone(t *testing.T) {
+	srv := oauthtest.Start(t, oauthtest.Options{AccessTokenLifetime: time.Hour})
+	sc := startSidecar(t, t.TempDir(), fastOAuthEnv...)
+	o := connectOAuth(t, sc, srv)
+	_, connected := o.secretDoc(t)
+
+	page := func(u string) (int, string) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Denied consent.
+	_, doc, _ := sc.admin("POST", "/v2/workspaces/ws1/secrets/"+o.secret+"/authorize", nil)
+	authURL := doc["data"].(map[string]any)["authorization_url"].(string)
+	cb, err := srv.Login(context.Background(), authURL, "alice", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, body := page(cb)
+	if st == 200 || !strings.Contains(body, "access_denied") || !strings.Contains(body, "not connected") {
+		t.Fatalf("denied consent page: %d %s", st, body)
+	}
+	// A callback used twice: the second is refused.
+	_, doc, _ = sc.admin("POST", "/v2/workspaces/ws1/secrets/"+o.secret+"/authorize", nil)
+	cb, err = srv.Login(context.Background(), doc["data"].(map[string]any)["authorization_url"].(string), "alice", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, body := page(cb); st != 200 {
+		t.Fatalf("first use of the callback: %d %s", st, body)
+	}
+	_, afterFirst := o.secretDoc(t)
+	st, body = page(cb)
+	if st == 200 || !strings.Contains(body, "already used") {
+		t.Fatalf("replayed callback page: %d %s", st, body)
+	}
+	if _, now := o.secretDoc(t); now != afterFirst {
+		t.Fatalf("a replayed callback changed the secret:\n%s\n%s", afterFirst, now)
+	}
+	if got := srv.TokenCalls("authorization_code"); got != 2 {
+		t.Fatalf("code exchanges: %d, want 2 (the replay must not reach the provider)", got)
+	}
+	if connected == afterFirst {
+		t.Fatal("reconnecting did not change the stored token expiry")
+	}
+	sc.stop(syscall.SIGTERM)
+}
