@@ -82,6 +82,7 @@ type Manager struct {
 	flights map[string]*flight      // refreshes under way, by credential id
 	states  map[string]*pendingAuth // authorization links not yet used
 	retryAt map[string]backoff      // background refresher's waits after failures
+	running sync.WaitGroup          // refreshes under way, which Run waits for
 }
 
 type backoff struct {

@@ -28,7 +28,7 @@ type pendingAuth struct {
 // response_type=code, client_id, redirect_uri, scope, a random single-use
 // state bound to the credential, PKCE S256 (unless the client sets pkce
 // false) and the client's additional_params. Returns ENOTFOUND, or
-// EINVALID for a credential that is not OAuth2.
+// ECONFLICT for a credential that is not OAuth2.
 func (m *Manager) AuthorizationURL(ws, id string) (string, error) {
 	now := m.now()
 	c, client, err := m.Store.CredentialWithClient(id)

@@ -16,7 +16,9 @@ const refreshWorkers = 4
 // window) without waiting for traffic, and marks expired Instagram tokens as
 // needing re-authorization. A credential whose refresh failed for a passing
 // reason waits a growing delay before the next try. Run returns when ctx is
-// done, after the refreshes it started have ended.
+// done, after every refresh under way (its own and on-demand ones) has
+// ended, so that a rotated refresh token is stored before the store closes:
+// stop serving requests before cancelling ctx.
 func (m *Manager) Run(ctx context.Context) {
 	m.init()
 	t := time.NewTicker(m.ScanInterval)
@@ -24,6 +26,7 @@ func (m *Manager) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			m.running.Wait()
 			return
 		case <-t.C:
 			m.scan(ctx)

@@ -41,6 +41,9 @@ var errChanged = errors.New("credential changed meanwhile")
 func (m *Manager) Token(ctx context.Context, c *credstore.Credential, client *credstore.AuthClient) (string, error) {
 	now := m.now()
 	f := &c.Fields
+	if c.State == credstore.StateError {
+		return "", ErrNeedsReauth
+	}
 	if c.Type == credstore.OAuth2Instagram && !f.ExpiresAt.IsZero() && !now.Before(f.ExpiresAt) {
 		m.markError(c, "the long-lived Instagram token expired; connect the account again")
 		return "", ErrNeedsReauth
@@ -56,6 +59,8 @@ func (m *Manager) Token(ctx context.Context, c *credstore.Credential, client *cr
 	}
 	fresh, err := m.refresh(ctx, c.ID, f.AccessToken, false)
 	switch {
+	case err == nil && fresh.State == credstore.StateError:
+		return "", ErrNeedsReauth // another caller's refresh failed for good
 	case err == nil:
 		return fresh.Fields.AccessToken, nil
 	case errors.Is(err, ErrNeedsReauth):
@@ -183,6 +188,7 @@ func (m *Manager) refresh(ctx context.Context, id, seen string, force bool) (*cr
 	if f == nil {
 		f = &flight{done: make(chan struct{})}
 		m.flights[id] = f
+		m.running.Add(1)
 		go m.fly(f, id, seen, force)
 	}
 	m.mu.Unlock()
@@ -195,6 +201,7 @@ func (m *Manager) refresh(ctx context.Context, id, seen string, force bool) (*cr
 }
 
 func (m *Manager) fly(f *flight, id, seen string, force bool) {
+	defer m.running.Done()
 	defer func() {
 		m.mu.Lock()
 		delete(m.flights, id)
@@ -213,6 +220,10 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 		return nil, err
 	}
 	now := m.now()
+	if cred.State == credstore.StateError && !force {
+		// A refresh that ran meanwhile failed for good.
+		return nil, fmt.Errorf("%w: %s", ErrNeedsReauth, cred.Error)
+	}
 	if cred.Fields.AccessToken != seen || !(force || m.due(cred, client, now)) {
 		return cred, nil
 	}

@@ -176,6 +176,11 @@ func (c *AuthClient) Validate() error {
 			return Invalid("credentials."+name, "must not be negative")
 		}
 	}
+	for k := range s.AdditionalParams {
+		if reservedAuthParams[k] {
+			return Invalid("credentials.additional_params", "%s is set by the authorization flow itself and cannot be overridden", k)
+		}
+	}
 	for _, sc := range s.Scopes {
 		if sc == "" || strings.ContainsAny(sc, " \t\r\n") {
 			return Invalid("credentials.scopes", "each scope must be a non-empty word")
@@ -554,6 +559,14 @@ func validateOrigins(list []string, t AuthType) error {
 		}
 	}
 	return nil
+}
+
+// reservedAuthParams are authorization-URL parameters the flow sets; an
+// additional_params entry must not replace them (a fixed state would make
+// every callback fail, a redirect_uri would send codes elsewhere).
+var reservedAuthParams = map[string]bool{
+	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true,
+	"state": true, "code_challenge": true, "code_challenge_method": true,
 }
 
 // reservedHeaders may not carry an API key: the proxy strips or owns them.

@@ -835,3 +835,23 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// additional_params cannot replace a parameter the authorization flow sets.
+func TestAdditionalParamsCannotOverrideTheFlow(t *testing.T) {
+	for _, k := range []string{"state", "redirect_uri", "response_type", "client_id", "scope", "code_challenge", "code_challenge_method"} {
+		c := &AuthClient{Type: OAuth2, Name: "x", Scope: Scope{Level: LevelGlobal}, Settings: ClientSettings{
+			ClientID: "id", ClientSecret: "s", AuthURI: "https://a.example.com/auth", TokenURI: "https://a.example.com/token",
+			AdditionalParams: map[string]string{k: "fixed"}}}
+		err := c.Validate()
+		var e *Error
+		if !errors.As(err, &e) || e.Code != EINVALID || e.Field != "credentials.additional_params" {
+			t.Errorf("additional_params %s: got %v, want EINVALID on credentials.additional_params", k, err)
+		}
+	}
+	c := &AuthClient{Type: OAuth2, Name: "x", Scope: Scope{Level: LevelGlobal}, Settings: ClientSettings{
+		ClientID: "id", ClientSecret: "s", AuthURI: "https://a.example.com/auth", TokenURI: "https://a.example.com/token",
+		AdditionalParams: map[string]string{"access_type": "offline", "prompt": "consent"}}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("ordinary additional_params refused: %v", err)
+	}
+}
