@@ -77,12 +77,13 @@ type Manager struct {
 	// slog.Default().
 	Logger *slog.Logger
 
-	once    sync.Once
-	mu      sync.Mutex
-	flights map[string]*flight      // refreshes under way, by credential id
-	states  map[string]*pendingAuth // authorization links not yet used
-	retryAt map[string]backoff      // background refresher's waits after failures
-	running sync.WaitGroup          // refreshes under way, which Run waits for
+	once     sync.Once
+	mu       sync.Mutex
+	flights  map[string]*flight      // refreshes under way, by credential id
+	states   map[string]*pendingAuth // authorization links not yet used
+	retryAt  map[string]backoff      // background refresher's waits after failures
+	running  sync.WaitGroup          // refreshes under way, which Run waits for
+	counters counters
 }
 
 type backoff struct {

@@ -112,6 +112,7 @@ func (m *Manager) Callback(ctx context.Context, q url.Values) (*credstore.Creden
 		})
 	}
 	if err != nil {
+		m.counters.connectFailed.Add(1)
 		msg := describeTokenError(err, code, client.Settings.ClientSecret)
 		m.Logger.Warn("authorization code exchange failed", "secret", cred.ID, "reason", msg)
 		return nil, credstore.Errorf(credstore.EUNAVAILABLE, "the authorization code could not be exchanged for a token: %s", msg)
@@ -128,6 +129,7 @@ func (m *Manager) Callback(ctx context.Context, q url.Values) (*credstore.Creden
 		return nil, err
 	}
 	m.clearBackoff(cred.ID)
+	m.counters.connected.Add(1)
 	m.Logger.Info("account connected", "secret", cred.ID, "type", string(cred.Type),
 		"expires_at", updated.Fields.ExpiresAt.Format(time.RFC3339))
 	return updated, nil

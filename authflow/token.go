@@ -257,6 +257,7 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 		return nil, err
 	}
 	m.clearBackoff(id)
+	m.counters.refreshed.Add(1)
 	m.Logger.Info("token refreshed", "secret", id, "type", string(cred.Type),
 		"expires_at", updated.Fields.ExpiresAt.UTC().Format(time.RFC3339), "rotated", updated.Fields.RefreshToken != cred.Fields.RefreshToken)
 	return updated, nil
@@ -268,10 +269,12 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 func (m *Manager) refreshFailed(id string, cred *credstore.Credential, client *credstore.AuthClient, err error) (*credstore.Credential, error) {
 	msg := describeTokenError(err, cred.Fields.AccessToken, cred.Fields.RefreshToken, client.Settings.ClientSecret)
 	if !permanent(err) {
+		m.counters.transient.Add(1)
 		d := m.noteFailure(id)
 		m.Logger.Warn("token refresh failed; will retry", "secret", id, "reason", msg, "retry_in", d)
 		return nil, credstore.Errorf(credstore.EUNAVAILABLE, "token refresh failed: %s", msg)
 	}
+	m.counters.permanent.Add(1)
 	if cur, err := m.Store.Credential(id); err == nil && !sameTokens(cur, cred) {
 		return cur, nil
 	}

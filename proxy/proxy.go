@@ -91,10 +91,11 @@ type Proxy struct {
 	// Logger receives one line per request. nil means slog.Default().
 	Logger *slog.Logger
 
-	once   sync.Once
-	rp     *httputil.ReverseProxy
-	routes map[string]string
-	tun    tunnels
+	once    sync.Once
+	metrics metrics
+	rp      *httputil.ReverseProxy
+	routes  map[string]string
+	tun     tunnels
 }
 
 // MaxRetryCap bounds X-Authproxy-Retries.
@@ -404,6 +405,8 @@ func describe(err error) string {
 // on. It names the secret by id and the path without its query; never a
 // header or a body.
 func (p *Proxy) logRequest(r *http.Request, ex *exchange, lw *logWriter, start time.Time) {
+	d := time.Since(start)
+	p.metrics.observe(ex, lw.status(), d)
 	secret := ""
 	if ex.cred != nil {
 		secret = ex.cred.ID
@@ -415,7 +418,7 @@ func (p *Proxy) logRequest(r *http.Request, ex *exchange, lw *logWriter, start t
 		slog.String("path", r.URL.Path),
 		slog.Int("status", lw.status()),
 		slog.Int("attempts", ex.tries),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", d),
 		slog.Int64("bytes", lw.n),
 	}
 	if ex.code != "" {

@@ -123,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RetryDelay: cfg.UpstreamRetryDelay,
 		Logger:     log,
 	}
-	adm := &admin.Server{Store: store, Token: token, Logger: log, Flow: flow}
+	adm := &admin.Server{Store: store, Token: token, Logger: log, Flow: flow, Metrics: []admin.MetricsWriter{px, flow}}
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	servers := []*http.Server{

@@ -281,6 +281,14 @@ func TestSidecarEndToEndAndRestart(t *testing.T) {
 	if st != 200 || !strings.Contains(getRaw, `"password":"********"`) {
 		t.Fatalf("admin read: %d %s", st, getRaw)
 	}
+	metrics := scrape(t, sc)
+	for _, want := range []string{`authproxy_requests_total{type="basic",code="2xx"} 2`, `authproxy_secrets{state="ready"} 1`,
+		`authproxy_auth_clients 1`, `authproxy_request_duration_seconds_count 2`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, metrics)
+		}
+	}
+	getRaw2 := getRaw + metrics
 	for _, name := range []string{"master.key", "admin.token", "authproxy.db"} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || fi.Mode().Perm() != 0o600 {
@@ -312,8 +320,8 @@ func TestSidecarEndToEndAndRestart(t *testing.T) {
 		if strings.Contains(logs, secretValue) {
 			t.Errorf("the log holds a secret value %q", secretValue)
 		}
-		if strings.Contains(getRaw, secretValue) {
-			t.Errorf("the admin answer holds a secret value %q", secretValue)
+		if strings.Contains(getRaw2, secretValue) {
+			t.Errorf("the admin answer or the metrics hold a secret value %q", secretValue)
 		}
 	}
 	if bytes.Contains(db, []byte(password)) {
@@ -325,6 +333,22 @@ func TestSidecarEndToEndAndRestart(t *testing.T) {
 	if n := strings.Count(logs, `"msg":"proxy"`); n < 3 {
 		t.Errorf("want a log line per proxied request, found %d", n)
 	}
+}
+
+// scrape reads /metrics without the admin token, as a Prometheus server
+// would.
+func scrape(t *testing.T, sc *sidecar) string {
+	t.Helper()
+	resp, err := http.Get(sc.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return string(b)
 }
 
 // SIGTERM stops accepting new connections but lets a request in flight

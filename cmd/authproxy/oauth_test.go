@@ -351,6 +351,15 @@ func TestNoOAuthSecretAnywhere(t *testing.T) {
 	answers.WriteString(body)
 	_, raw = o.secretDoc(t)
 	answers.WriteString(raw)
+	metrics := scrape(t, sc)
+	answers.WriteString(metrics)
+	for _, want := range []string{`authproxy_token_refreshes_total{result="refreshed"} 1`,
+		`authproxy_token_refreshes_total{result="failed_permanent"} 1`, `authproxy_oauth_connects_total{result="connected"} 1`,
+		`authproxy_proxy_errors_total{error="credential_needs_reauthorization"} 1`, `authproxy_secrets{state="error"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, metrics)
+		}
+	}
 	sc.stop(syscall.SIGTERM)
 
 	// Every token the provider issued, read from its own records.

@@ -36,13 +36,17 @@ type Server struct {
 	// Flow connects and refreshes OAuth2 accounts. Nil leaves out the
 	// authorize, refresh and callback routes.
 	Flow *authflow.Manager
+
+	// Metrics are served with the store's gauges on GET /metrics.
+	Metrics []MetricsWriter
 }
 
 // publicRoutes are the route names that need no token: probes must work
 // without the secret that the rest of the API guards.
 // The OAuth2 callback needs none either: a browser arrives there from the
 // provider, and the single-use state it carries is the capability.
-var publicRoutes = map[string]bool{"healthz": true, "readyz": true, "oauth-callback": true}
+// So do the metrics, which hold counts only.
+var publicRoutes = map[string]bool{"healthz": true, "readyz": true, "oauth-callback": true, "metrics": true}
 
 // Router returns the admin routes on a *mux.Router, so that later features
 // can add routes to it. Routes added later are logged and need the token
@@ -53,6 +57,7 @@ func (s *Server) Router() *mux.Router {
 
 	r.HandleFunc("/healthz", s.health).Methods(http.MethodGet).Name("healthz")
 	r.HandleFunc("/readyz", s.health).Methods(http.MethodGet).Name("readyz")
+	r.HandleFunc("/metrics", s.metrics).Methods(http.MethodGet).Name("metrics")
 
 	r.HandleFunc("/v2/auth-clients", s.createClient).Methods(http.MethodPost)
 	r.HandleFunc("/v2/auth-clients", s.listClients).Methods(http.MethodGet)
