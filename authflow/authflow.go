@@ -83,6 +83,8 @@ type Manager struct {
 	states   map[string]*pendingAuth // authorization links not yet used
 	retryAt  map[string]backoff      // background refresher's waits after failures
 	running  sync.WaitGroup          // refreshes under way, which Run waits for
+	closing  bool                    // set when Run ends: no new refreshes
+	slots    chan struct{}           // bounds the background refresher's refreshes
 	counters counters
 }
 
@@ -110,15 +112,21 @@ func (m *Manager) init() {
 		}
 		if m.HTTPClient == nil {
 			m.HTTPClient = &http.Client{
-				Timeout:   m.RequestTimeout,
-				Transport: &http.Transport{ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16},
+				Timeout:       m.RequestTimeout,
+				Transport:     &http.Transport{ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16},
+				CheckRedirect: NoRedirects,
 			}
 		}
+		m.slots = make(chan struct{}, refreshWorkers)
 		m.flights = map[string]*flight{}
 		m.states = map[string]*pendingAuth{}
 		m.retryAt = map[string]backoff{}
 	})
 }
+
+// NoRedirects is the CheckRedirect of token-endpoint clients: a 307 or 308
+// would send the client secret or a refresh token on to another address.
+func NoRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func (m *Manager) now() time.Time {
 	m.init()

@@ -105,15 +105,21 @@ func (m *Manager) Callback(ctx context.Context, q url.Values) (*credstore.Creden
 	if err != nil {
 		return nil, credstore.Errorf(credstore.ENOTFOUND, "the secret this link was made for no longer exists")
 	}
+	// The exchange runs to its end even if the browser goes away: the code
+	// is single use, and a half-done exchange would burn it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(m.MaxRetry+2)*(m.RequestTimeout+m.RetryDelay))
+	defer cancel()
 	g, err := m.exchangeCode(ctx, client, code, p.verifier)
+	shortLived := ""
 	if err == nil && client.Type == credstore.OAuth2Instagram {
+		shortLived = g.access
 		g, err = m.withRetry(ctx, func(ctx context.Context) (*grant, error) {
-			return m.instagramExchange(ctx, client, g.access)
+			return m.instagramExchange(ctx, client, shortLived)
 		})
 	}
 	if err != nil {
 		m.counters.connectFailed.Add(1)
-		msg := describeTokenError(err, code, client.Settings.ClientSecret)
+		msg := describeTokenError(err, code, p.verifier, shortLived, client.Settings.ClientSecret)
 		m.Logger.Warn("authorization code exchange failed", "secret", cred.ID, "reason", msg)
 		return nil, credstore.Errorf(credstore.EUNAVAILABLE, "the authorization code could not be exchanged for a token: %s", msg)
 	}

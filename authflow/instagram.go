@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/authproxy/authproxy/credstore"
 )
@@ -72,6 +73,13 @@ func (m *Manager) instagramGet(ctx context.Context, uri string, q url.Values) (*
 		te := &tokenError{status: resp.StatusCode}
 		if out.Error != nil {
 			te.code, te.description = out.Error.Type, out.Error.Message
+			for _, vs := range q { // a provider may echo what it was sent
+				for _, v := range vs {
+					if len(v) >= 8 {
+						te.description = strings.ReplaceAll(te.description, v, "[redacted]")
+					}
+				}
+			}
 		}
 		if resp.StatusCode == http.StatusOK {
 			te.status = http.StatusBadGateway // an answer we cannot use: try again later

@@ -2,7 +2,6 @@ package authflow
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/authproxy/authproxy/credstore"
@@ -26,6 +25,9 @@ func (m *Manager) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			m.mu.Lock()
+			m.closing = true // no refresh starts after this: Wait is safe
+			m.mu.Unlock()
 			m.running.Wait()
 			return
 		case <-t.C:
@@ -34,7 +36,10 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// scan renews every credential due now and waits for those refreshes.
+// scan starts a refresh for every credential due now, up to
+// refreshWorkers at once across scans. It does not wait for them: one slow
+// token endpoint must not hold up the others. A credential whose refresh is
+// under way, or that found no free slot, is looked at again next scan.
 func (m *Manager) scan(ctx context.Context) {
 	now := m.now()
 	var expired []*credstore.Credential
@@ -51,19 +56,21 @@ func (m *Manager) scan(ctx context.Context) {
 	for _, c := range expired {
 		m.markError(c, "the long-lived Instagram token expired; connect the account again")
 	}
-	sem := make(chan struct{}, refreshWorkers)
-	var wg sync.WaitGroup
 	for _, c := range due {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return
+		m.mu.Lock()
+		busy := m.flights[c.ID] != nil
+		m.mu.Unlock()
+		if busy {
+			continue
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			m.refresh(ctx, c.ID, c.Fields.AccessToken, false)
-		})
+		select {
+		case m.slots <- struct{}{}:
+		default:
+			return // all slots busy: the rest wait for the next scan
+		}
+		go func() {
+			defer func() { <-m.slots }()
+			m.refresh(context.WithoutCancel(ctx), c.ID, c.Fields.AccessToken, false)
+		}()
 	}
-	wg.Wait()
 }

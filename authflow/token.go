@@ -24,9 +24,10 @@ import (
 // credential renewed meanwhile waits for it instead of calling the token
 // endpoint again.
 type flight struct {
-	done chan struct{}
-	cred *credstore.Credential
-	err  error
+	done  chan struct{}
+	force bool // started to renew whatever the expiry
+	cred  *credstore.Credential
+	err   error
 }
 
 // errChanged aborts a store update whose credential changed while a token
@@ -52,10 +53,14 @@ func (m *Manager) Token(ctx context.Context, c *credstore.Credential, client *cr
 		return f.AccessToken, nil
 	}
 	valid := f.ExpiresAt.IsZero() || now.Before(f.ExpiresAt)
-	if valid && m.backingOff(c.ID, now) {
+	if m.backingOff(c.ID, now) {
 		// The token endpoint failed a moment ago: do not make every request
-		// wait for it again while the token still works.
-		return f.AccessToken, nil
+		// wait for it again. A valid token is used; an expired one fails at
+		// once until the background refresher's next try.
+		if valid {
+			return f.AccessToken, nil
+		}
+		return "", credstore.Errorf(credstore.EUNAVAILABLE, "the token expired and the token endpoint is failing; retrying in the background")
 	}
 	fresh, err := m.refresh(ctx, c.ID, f.AccessToken, false)
 	switch {
@@ -183,20 +188,32 @@ func instagramWindow(client *credstore.AuthClient) (minAge, before time.Duration
 // is always stored.
 func (m *Manager) refresh(ctx context.Context, id, seen string, force bool) (*credstore.Credential, error) {
 	m.init()
-	m.mu.Lock()
-	f := m.flights[id]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		m.flights[id] = f
-		m.running.Add(1)
-		go m.fly(f, id, seen, force)
-	}
-	m.mu.Unlock()
-	select {
-	case <-f.done:
+	for joined := 0; ; joined++ {
+		m.mu.Lock()
+		if m.closing {
+			m.mu.Unlock()
+			return nil, credstore.Errorf(credstore.EUNAVAILABLE, "shutting down")
+		}
+		f := m.flights[id]
+		if f == nil {
+			f = &flight{done: make(chan struct{}), force: force}
+			m.flights[id] = f
+			m.running.Add(1)
+			go m.fly(f, id, seen, force)
+		}
+		m.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// A caller that must renew (a 401, an operator's refresh) and joined
+		// a flight that renewed nothing (it was started for a stale token or
+		// found the token not due) starts one of its own, once.
+		if force && !f.force && joined == 0 && f.err == nil && f.cred != nil && f.cred.Fields.AccessToken == seen {
+			continue
+		}
 		return f.cred, f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 
@@ -289,8 +306,8 @@ func (m *Manager) markError(c *credstore.Credential, reason string) {
 		return
 	}
 	_, err := m.Store.UpdateCredential(c.ID, func(cur *credstore.Credential) error {
-		if !sameTokens(cur, c) {
-			return errChanged
+		if !sameTokens(cur, c) || cur.State == credstore.StateError {
+			return errChanged // renewed meanwhile, or already marked
 		}
 		cur.State, cur.Error = credstore.StateError, reason
 		return nil
@@ -384,11 +401,27 @@ func (e *tokenError) Error() string {
 	return s
 }
 
-// permanent reports whether err will not heal by retrying: a 4xx from the
-// token endpoint other than 408 and 429.
+// permanentCodes are RFC 6749 error codes (and GitHub's bad_refresh_token,
+// which it sends with status 200) that no retry will heal.
+var permanentCodes = map[string]bool{
+	"invalid_grant": true, "invalid_client": true, "unauthorized_client": true,
+	"unsupported_grant_type": true, "invalid_scope": true, "invalid_request": true,
+	"bad_refresh_token": true,
+}
+
+// permanent reports whether err will not heal by retrying: an OAuth error
+// code that says so, whatever the HTTP status (some providers answer errors
+// with 200), or a 4xx other than 408 and 429 without a code saying
+// temporarily_unavailable.
 func permanent(err error) bool {
 	var te *tokenError
-	return errors.As(err, &te) && te.status >= 400 && te.status < 500 && te.status != 408 && te.status != 429
+	if !errors.As(err, &te) {
+		return false
+	}
+	if permanentCodes[te.code] {
+		return true
+	}
+	return te.status >= 400 && te.status < 500 && te.status != 408 && te.status != 429 && te.code != "temporarily_unavailable"
 }
 
 // withRetry calls f, retrying network errors and 5xx (REQUEST_RETRY_DELAY,
@@ -566,12 +599,9 @@ func describeTokenError(err error, secrets ...string) string {
 	return s
 }
 
-// neverSent reports whether err shows the request never left.
+// neverSent reports whether err shows the request never left: the
+// connection could not be made (name lookups fail inside the dial too).
 func neverSent(err error) bool {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
+	return errors.As(err, &op) && op.Op == "dial"
 }

@@ -506,8 +506,20 @@ func TestTokenTransientFailure(t *testing.T) {
 		t.Fatalf("the secret changed: state %q error %q", cur.State, cur.Error)
 	}
 
-	// Back up: the next request refreshes.
+	// Expired and backing off: requests fail at once, without waiting for
+	// the endpoint again.
+	tok, err = e.token(c.ID)
+	if err == nil || tok != "" {
+		t.Fatalf("Token while backing off with an expired token = %q, %v", tok, err)
+	}
+	wantCode(t, err, credstore.EUNAVAILABLE)
+	if n := srv.TokenCalls("refresh_token"); n != 2*attempts {
+		t.Fatalf("refresh_token requests while backing off = %d, want still %d", n, 2*attempts)
+	}
+
+	// Back up, and past the backoff: the next request refreshes.
 	srv.SetDown(false)
+	e.clock.Set(old.Fields.ExpiresAt.Add(time.Minute))
 	tok, err = e.token(c.ID)
 	if err != nil || tok == "" || tok == old.Fields.AccessToken {
 		t.Fatalf("Token after the endpoint came back: %v", err)
@@ -652,4 +664,35 @@ func TestRefresh(t *testing.T) {
 		t.Fatalf("Refresh after revocation = %+v, %v; want the secret in state error", got, err)
 	}
 	e.noSecrets(t, "the secret's error", got.Error)
+}
+
+// Some providers (GitHub) answer a refused refresh with status 200 and an
+// error body. The error code decides, not the status: the secret needs
+// re-authorization, and the endpoint is not asked again and again.
+// A hand-written endpoint, since fosite never answers errors with 200.
+func TestErrorCodeInStatus200IsPermanent(t *testing.T) {
+	for _, code := range []string{"invalid_grant", "bad_refresh_token"} {
+		t.Run(code, func(t *testing.T) {
+			ep := startRefreshEndpoint(t)
+			ep.wantRefresh.Store("hand-refresh-1")
+			ep.body.Store(map[string]any{"error": code, "error_description": "The refresh token passed is incorrect or expired."})
+			e := newEnv(t)
+			client := e.createClient(credstore.OAuth2, credstore.ClientSettings{
+				ClientID: ep.clientID, ClientSecret: ep.clientSecret, AuthURI: ep.URL + "/authorize", TokenURI: ep.URL + "/token",
+			})
+			now := e.clock.Now()
+			c := e.uploadedSecret(client, credstore.Fields{AccessToken: "hand-access-1", RefreshToken: "hand-refresh-1",
+				IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Second)})
+			_, err := e.token(c.ID)
+			if !errors.Is(err, authflow.ErrNeedsReauth) {
+				t.Fatalf("Token = %v, want ErrNeedsReauth", err)
+			}
+			if n := ep.calls.Load(); n != 1 {
+				t.Fatalf("token endpoint calls = %d, want 1 (not retried)", n)
+			}
+			if cur := e.cred(c.ID); cur.State != credstore.StateError || !strings.Contains(cur.Error, code) {
+				t.Fatalf("secret state %q error %q", cur.State, cur.Error)
+			}
+		})
+	}
 }

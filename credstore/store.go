@@ -441,10 +441,13 @@ func (s *Store) CreateCredential(c *Credential) (*Credential, error) {
 	if err := c.Validate(client); err != nil {
 		return nil, err
 	}
-	if newWS {
-		return c, s.writeCredential(c, ws)
+	if !newWS {
+		ws = nil
 	}
-	return c, s.writeCredential(c, nil)
+	if err := s.writeCredential(c, ws); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // UpdateCredential applies fn to a copy of the credential and stores the
@@ -475,7 +478,10 @@ func (s *Store) UpdateCredential(id string, fn func(*Credential) error) (*Creden
 	if err := c.Validate(client); err != nil {
 		return nil, err
 	}
-	return c, s.writeCredential(c, nil)
+	if err := s.writeCredential(c, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // DeleteCredential deletes a credential. Returns ENOTFOUND.
@@ -568,7 +574,7 @@ type envelope struct {
 	Sealed sealed          `json:"sealed"`
 }
 
-// seal stores plain and the secret part pt of record id in bucket.
+// sealRecord encodes record id of bucket: plain as JSON, pt sealed.
 func (s *Store) sealRecord(bucket []byte, id string, plain any, pt any) ([]byte, error) {
 	pb, err := json.Marshal(plain)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -162,8 +163,8 @@ func (c *AuthClient) Validate() error {
 		if u.val == "" && (u.field == "auth_uri" || u.field == "token_uri") {
 			return Invalid("credentials."+u.field, "is required")
 		}
-		if u.val != "" && !isHTTPURL(u.val) {
-			return Invalid("credentials."+u.field, "must be an absolute http or https URL")
+		if u.val != "" && !isSafeURL(u.val) {
+			return Invalid("credentials."+u.field, "must be an absolute https URL (http only for a loopback host)")
 		}
 	}
 	switch s.TokenEndpointAuthMethod {
@@ -205,9 +206,13 @@ func DecodeClientSettings(t AuthType, raw json.RawMessage, base ClientSettings) 
 	if len(raw) == 0 {
 		return out, nil
 	}
-	out.AdditionalParams = nil // an object given replaces the stored one
-	if base.AdditionalParams != nil && !bytes.Contains(raw, []byte(`"additional_params"`)) {
-		out.AdditionalParams = maps.Clone(base.AdditionalParams)
+	// An additional_params object given replaces the stored one (json
+	// would merge it into the map); one not given is kept.
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(raw, &keys) == nil {
+		if _, given := keys["additional_params"]; given {
+			out.AdditionalParams = nil
+		}
 	}
 	if err := strictUnmarshal(raw, &out); err != nil {
 		return base, err
@@ -434,7 +439,7 @@ type Credential struct {
 }
 
 // Origins returns the parsed allowed origins of a credential read from the
-// store (its own list only; see Store.EffectiveOrigins).
+// store (its own list only; see EffectiveOrigins).
 func (c *Credential) Origins() []Origin { return c.origins }
 
 // Clone returns a deep copy that the caller may change.
@@ -595,9 +600,23 @@ func hasCTL(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
-func isHTTPURL(s string) bool {
+// isSafeURL admits the URLs a client secret or token may be sent to:
+// https, or plain http to a loopback host (a local test or a provider
+// reached through a local tunnel), never plain http across a network.
+func isSafeURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if u.Scheme == "https" {
+		return true
+	}
+	if u.Scheme != "http" {
+		return false
+	}
+	h := u.Hostname()
+	ip := net.ParseIP(h)
+	return h == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // checkFields refuses a JSON object with keys outside allowed. The message

@@ -855,3 +855,28 @@ func TestAdditionalParamsCannotOverrideTheFlow(t *testing.T) {
 		t.Errorf("ordinary additional_params refused: %v", err)
 	}
 }
+
+// A client secret or token is never sent over plain http across a network:
+// OAuth2 endpoints must be https, or http to a loopback host.
+func TestOAuth2EndpointsMustBeSafe(t *testing.T) {
+	cases := []struct {
+		uri string
+		ok  bool
+	}{
+		{"https://github.com/login/oauth/access_token", true},
+		{"http://127.0.0.1:9401/token", true},
+		{"http://[::1]:9401/token", true},
+		{"http://localhost:9401/token", true},
+		{"http://auth.example.com/token", false},
+		{"http://10.0.0.5/token", false},
+		{"ftp://auth.example.com/token", false},
+	}
+	for _, tc := range cases {
+		c := &AuthClient{Type: OAuth2, Name: "x", Scope: Scope{Level: LevelGlobal}, Settings: ClientSettings{
+			ClientID: "id", ClientSecret: "s", AuthURI: "https://a.example.com/auth", TokenURI: tc.uri}}
+		err := c.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("token_uri %s: err %v, want ok=%v", tc.uri, err, tc.ok)
+		}
+	}
+}

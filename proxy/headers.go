@@ -26,8 +26,9 @@ var hopHeaders = []string{
 // field, our own controls; and X-Forwarded-For, since third parties have no
 // business with the flow's address.
 //
-// httputil.ReverseProxy already removes hop-by-hop fields; we keep our own
-// list so the rule stands in one place and is tested here.
+// httputil.ReverseProxy removes hop-by-hop fields too, then deliberately
+// puts back "Te: trailers" and a protocol upgrade; rewrite does the same
+// after calling this.
 func stripHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, name := range strings.Split(v, ",") {
@@ -45,6 +46,19 @@ func stripHeaders(h http.Header) {
 		}
 	}
 	delete(h, "X-Forwarded-For")
+}
+
+// headerHasToken reports whether a comma-separated field of h lists token
+// (case-insensitively), as Connection and TE do.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func hasPrefixFold(s, prefix string) bool {

@@ -42,6 +42,7 @@ const (
 	CodeUnreachable      = "upstream_unreachable"
 	CodeTimeout          = "upstream_timeout"
 	CodeInternal         = "internal_error"
+	CodeTokenUnavailable = "token_unavailable"
 )
 
 // TokenSource supplies OAuth2 access tokens. Token returns the token to use
@@ -190,7 +191,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := ex.keepBody(r); err != nil {
+	if err := ex.keepBody(r, ex.retries > 0 || ex.token != ""); err != nil {
 		p.fail(lw, ex, http.StatusBadRequest, CodeBadRequest, "could not read the request body")
 		return
 	}
@@ -256,9 +257,6 @@ func (p *Proxy) bind(ctx context.Context, ex *exchange, id string, u *url.URL) (
 		return http.StatusForbidden, CodeOriginNotAllowed, "this secret may not be sent to " + hostPort(host, port)
 	}
 	ex.scheme = o.Scheme
-	if port == "" && o.Port != "" {
-		ex.host = net.JoinHostPort(host, o.Port)
-	}
 	switch cred.Type {
 	case credstore.Basic:
 		ex.header = "Authorization"
@@ -276,7 +274,7 @@ func (p *Proxy) bind(ctx context.Context, ex *exchange, id string, u *url.URL) (
 				if errors.Is(err, authflow.ErrNeedsReauth) {
 					return http.StatusServiceUnavailable, CodeNeedsReauth, "the account behind this secret must be connected again"
 				}
-				return http.StatusServiceUnavailable, CodeNotUsable, "no valid access token could be obtained; try again later"
+				return http.StatusServiceUnavailable, CodeTokenUnavailable, "no valid access token could be obtained from the token endpoint; try again later"
 			}
 		}
 		ex.header, ex.value, ex.token = "Authorization", "Bearer "+tok, tok
@@ -292,19 +290,25 @@ func hostPort(host, port string) string {
 }
 
 // keepBody reads a body of up to maxReplayBody into memory so that it can
-// be sent again; a larger one is put back together and streams, once.
-func (ex *exchange) keepBody(r *http.Request) error {
+// be sent again, when it may be (want: retries are allowed, or an OAuth2
+// 401 may be replayed); a larger one is put back together and streams,
+// once.
+func (ex *exchange) keepBody(r *http.Request, want bool) error {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		ex.replay = true
 		return nil
 	}
-	if r.ContentLength > maxReplayBody {
+	if !want || r.ContentLength > maxReplayBody {
 		return nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
-	if err != nil {
+	var b bytes.Buffer
+	if r.ContentLength > 0 {
+		b.Grow(int(r.ContentLength) + 1) // +1: ReadFrom's probe for EOF
+	}
+	if _, err := b.ReadFrom(io.LimitReader(r.Body, maxReplayBody+1)); err != nil {
 		return err
 	}
+	buf := b.Bytes()
 	if len(buf) > maxReplayBody {
 		r.Body = struct {
 			io.Reader
@@ -327,8 +331,24 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme, out.URL.Host = ex.scheme, ex.host
 	out.Host = ""
 	stripHeaders(out.Header)
+	// ReverseProxy keeps "Te: trailers" (gRPC needs it) and the upgrade of
+	// a protocol switch (WebSocket) on purpose; stripHeaders removed them
+	// with the other hop-by-hop fields, so they are put back as it does.
+	if headerHasToken(pr.In.Header, "Te", "trailers") {
+		out.Header.Set("Te", "trailers")
+	}
+	if up := pr.In.Header.Get("Upgrade"); up != "" && headerHasToken(pr.In.Header, "Connection", "upgrade") {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", up)
+	}
 	if ex.header != "" {
 		out.Header.Set(ex.header, ex.value)
+	}
+	if ex.body != nil {
+		// Lets net/http resend the body when a pooled connection turns out
+		// dead before anything was written, and send() replay it.
+		body := ex.body
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 }
 
@@ -371,6 +391,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		// The flow went away; nobody reads the answer.
 		ex.code = "client_closed"
 		w.WriteHeader(499)
+		return
+	}
+	if errors.Is(err, errNeedsReauth) {
+		p.fail(w, ex, http.StatusServiceUnavailable, CodeNeedsReauth, "the upstream refused the token and it could not be renewed: the account behind this secret must be connected again")
 		return
 	}
 	var ne net.Error
@@ -463,7 +487,14 @@ func (w *logWriter) status() int {
 // bufferPool gives httputil.ReverseProxy reusable copy buffers.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+func (bufferPool) Get() []byte { return buffers.Get().(*[32 << 10]byte)[:] }
+
+// Put takes back only buffers it gave out; a pointer to the array behind the
+// slice goes back into the pool without allocating.
+func (bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		buffers.Put((*[32 << 10]byte)(b[:32<<10]))
+	}
+}

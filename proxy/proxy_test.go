@@ -1106,12 +1106,12 @@ func TestHeadersStripped(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := "/strip/" + string(rune('a'+i))
 			h := http.Header{
-				"Connection":           {"X-Hop-One, x-hop-two, Keep-Alive, Upgrade"},
+				"Connection":           {"X-Hop-One, x-hop-two, Keep-Alive"},
 				"X-Hop-One":            {"1"},
 				"X-Hop-Two":            {"2"},
 				"Keep-Alive":           {"timeout=5"},
-				"Te":                   {"trailers, deflate"},
-				"Upgrade":              {"websocket"},
+				"Te":                   {"deflate"},
+				"Upgrade":              {"websocket"}, // not named by Connection: no upgrade
 				"Proxy-Connection":     {"keep-alive"},
 				"Proxy-Custom":         {"for the proxy"},
 				proxy.HeaderRetries:    {"2"},
@@ -1442,6 +1442,28 @@ func TestConnectErrors(t *testing.T) {
 			}
 			wantProxyError(t, e.received(t, flowResponse{status: r.StatusCode, header: r.Header, body: body}), tc.wantStatus, tc.wantCode)
 		})
+	}
+}
+
+// TestUpgradeAndTrailersKept checks the two hop-by-hop exceptions that
+// httputil.ReverseProxy makes on purpose and the proxy keeps: a protocol
+// upgrade (WebSocket) and "Te: trailers" (gRPC).
+func TestUpgradeAndTrailersKept(t *testing.T) {
+	e := newEnv(t)
+	u := newUpstream(t, false, nil)
+	e.start()
+	c := e.credential(t, credSpec{typ: credstore.Basic, credOrigins: []string{u.origin("http")}})
+	h := http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}, "Te": {"trailers, deflate"}}
+	resp := e.doGo(t, flowRequest{method: http.MethodGet, url: "http://" + u.hostPort() + "/upgrade", header: h, user: c.ID})
+	if resp.status != http.StatusOK {
+		t.Fatalf("got %d %s", resp.status, resp.body)
+	}
+	got := u.one(t, "/upgrade").header
+	if got.Get("Upgrade") != "websocket" || !strings.EqualFold(got.Get("Connection"), "Upgrade") || got.Get("Te") != "trailers" {
+		t.Fatalf("upstream got Upgrade %q Connection %q Te %q", got.Get("Upgrade"), got.Get("Connection"), got.Get("Te"))
+	}
+	if got.Get("Authorization") == "" {
+		t.Fatal("the credential was not added to an upgrade request")
 	}
 }
 

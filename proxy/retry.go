@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-retry"
+
+	"github.com/authproxy/authproxy/authflow"
 )
 
 // maxRetryAfter is the longest Retry-After the proxy waits out; a longer one
@@ -40,24 +41,30 @@ func (e statusError) Error() string { return "upstream answered " + strconv.Itoa
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
 	resp, err := t.send(req, ex)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || ex.token == "" || t.p.Tokens == nil || !ex.replay {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || ex.token == "" || t.p.Tokens == nil {
 		return resp, err
 	}
 	// A 401 to an OAuth2 token: if that token is still the stored one,
-	// refresh once and replay once. Never loop.
+	// refresh once, and replay once when the body can be sent again. Never
+	// loop.
 	tok, rerr := t.p.Tokens.Rejected(req.Context(), ex.cred, ex.client, ex.token)
-	if rerr != nil || tok == "" {
+	if errors.Is(rerr, authflow.ErrNeedsReauth) {
+		discard(resp.Body)
+		return nil, errNeedsReauth // the proxy answers 503 for itself
+	}
+	if rerr != nil || tok == "" || !ex.replay {
 		return resp, nil
 	}
 	discard(resp.Body)
-	again := req.Clone(req.Context())
-	if ex.body != nil {
-		again.Body = io.NopCloser(bytes.NewReader(ex.body))
-	}
 	ex.token, ex.value = tok, "Bearer "+tok
+	again := req.Clone(req.Context()) // send gives it a fresh body
 	again.Header.Set(ex.header, ex.value)
 	return t.send(again, ex)
 }
+
+// errNeedsReauth ends a request whose token was refused upstream and could
+// not be renewed: the account must be connected again.
+var errNeedsReauth = errors.New("credential needs re-authorization")
 
 // send sends req with the retries its method and body allow.
 func (t *retryTransport) send(req *http.Request, ex *exchange) (*http.Response, error) {
@@ -74,7 +81,7 @@ func (t *retryTransport) send(req *http.Request, ex *exchange) (*http.Response, 
 		if ex.tries > 1 {
 			out = req.Clone(ctx)
 			if ex.body != nil {
-				out.Body = io.NopCloser(bytes.NewReader(ex.body))
+				out.Body, _ = out.GetBody()
 			}
 		}
 		resp, err = t.p.Transport.RoundTrip(out)
@@ -144,14 +151,12 @@ func retryableStatus(code int) bool {
 }
 
 // neverSent reports whether err shows the request never left: the
-// connection could not be made (refused, unreachable, name not resolved).
+// connection could not be made (refused, unreachable, name not resolved:
+// lookups fail inside the dial). A pooled connection found dead before
+// anything was written is retried by net/http itself, through GetBody.
 func neverSent(err error) bool {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns) && !dns.IsNotFound
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // retryAfter parses Retry-After (delay-seconds or an HTTP date, RFC 9110

@@ -105,8 +105,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if publicURL == "" {
 		publicURL = "http://" + browserAddr(adminLn.Addr().(*net.TCPAddr))
 	}
+	// Token endpoints are reached like upstreams (same CA bundle, no proxy
+	// of our own), but never through a redirect: a 307 would resend the
+	// client secret or a refresh token elsewhere.
+	tokenTransport, err := proxy.NewTransport(proxy.TransportOptions{CAFile: cfg.UpstreamCAFile, MaxIdleConnsPerHost: 16})
+	if err != nil {
+		return fmt.Errorf("AUTHPROXY_UPSTREAM_CA_FILE: %w", err)
+	}
 	flow := &authflow.Manager{
 		Store:          store,
+		HTTPClient:     &http.Client{Transport: tokenTransport, Timeout: cfg.RequestTimeout, CheckRedirect: authflow.NoRedirects},
 		RequestTimeout: cfg.RequestTimeout,
 		RetryDelay:     cfg.RequestRetryDelay,
 		MaxRetry:       cfg.RequestMaxRetry,
@@ -140,11 +148,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log.Info("authproxy ready", "proxy", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"redirect_uri", flow.RedirectURI, "data_dir", cfg.DataDir, "key_id", store.KeyID(), "credentials", len(store.Credentials("")))
 
+	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests", "timeout", drainTimeout)
-	case err := <-errc:
-		log.Error("listener failed", "err", err)
+	case serveErr = <-errc:
+		log.Error("listener failed", "err", serveErr)
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
@@ -161,6 +170,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Warn("drain did not finish", "err", shutdownErr)
 	}
 	log.Info("stopped")
+	if serveErr != nil {
+		return fmt.Errorf("listener failed: %w", serveErr)
+	}
 	return nil
 }
 

@@ -335,11 +335,16 @@ func TestSidecarEndToEndAndRestart(t *testing.T) {
 	}
 }
 
-// scrape reads /metrics without the admin token, as a Prometheus server
-// would.
+// scrape reads /metrics with the admin token, as a Prometheus server
+// configured with bearer_token_file would; without it the answer is 401.
 func scrape(t *testing.T, sc *sidecar) string {
 	t.Helper()
-	resp, err := http.Get(sc.adminURL + "/metrics")
+	if resp, err := http.Get(sc.adminURL + "/metrics"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("metrics without the token: %v %v", err, resp.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", sc.adminURL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+sc.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

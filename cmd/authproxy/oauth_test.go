@@ -302,14 +302,34 @@ func TestUpstream401RefreshesOnceAndReplays(t *testing.T) {
 	if got := srv.ResourceCalls() - before; got != 2 {
 		t.Fatalf("upstream calls: %d, want 2 (the 401 and the replay)", got)
 	}
-	// Now the refreshed token is revoked too, and so is its refresh token:
-	// the 401 goes back to the flow after one refresh attempt, no loop.
+	// A 401 on a request whose body is too large to keep: the token is
+	// still refreshed, but the request is not replayed; the flow gets the
+	// 401 and its next request works.
+	srv.RevokeAccessTokens()
+	big := strings.Repeat("x", 2<<20)
+	resp, err := c.Post(srv.ResourceURL+"big", "text/plain", strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("X-Authproxy-Error") != "" {
+		t.Fatalf("unreplayable request after a 401: %d %q, want the upstream's 401", resp.StatusCode, resp.Header.Get("X-Authproxy-Error"))
+	}
+	if got := srv.TokenCalls("refresh_token"); got != 2 {
+		t.Fatalf("refresh calls: %d, want 2 (the 401 still renews the token)", got)
+	}
+	if st, _, body := o.call(t, c); st != 200 {
+		t.Fatalf("next request with the renewed token: %d %s", st, body)
+	}
+	// Now the token is revoked and so is its refresh token: after one
+	// refresh attempt the proxy answers 503 itself, no loop.
 	srv.RevokeAccessTokens()
 	srv.RevokeRefreshTokens()
 	before = srv.ResourceCalls()
 	st, h, _ := o.call(t, c)
-	if st != 401 || h.Get("X-Authproxy-Error") != "" {
-		t.Fatalf("want the upstream's own 401, got %d %q", st, h.Get("X-Authproxy-Error"))
+	if st != 503 || h.Get("X-Authproxy-Error") != "credential_needs_reauthorization" {
+		t.Fatalf("want 503 credential_needs_reauthorization, got %d %q", st, h.Get("X-Authproxy-Error"))
 	}
 	if got := srv.ResourceCalls() - before; got != 1 {
 		t.Fatalf("upstream calls: %d, want 1", got)

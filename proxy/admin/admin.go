@@ -25,7 +25,8 @@ type Server struct {
 	Store *credstore.Store
 
 	// Token is the admin bearer token that every call but the health probes
-	// must present. An empty Token refuses every call, so that a missing
+	// and the OAuth2 callback must present (/metrics too: Prometheus sends
+	// it with bearer_token_file). An empty Token refuses every call, so that a missing
 	// configuration fails closed.
 	Token string
 
@@ -45,8 +46,7 @@ type Server struct {
 // without the secret that the rest of the API guards.
 // The OAuth2 callback needs none either: a browser arrives there from the
 // provider, and the single-use state it carries is the capability.
-// So do the metrics, which hold counts only.
-var publicRoutes = map[string]bool{"healthz": true, "readyz": true, "oauth-callback": true, "metrics": true}
+var publicRoutes = map[string]bool{"healthz": true, "readyz": true, "oauth-callback": true}
 
 // Router returns the admin routes on a *mux.Router, so that later features
 // can add routes to it. Routes added later are logged and need the token

@@ -16,9 +16,8 @@ type MetricsWriter interface {
 }
 
 // metrics serves GET /metrics: the store's gauges and every MetricsWriter's
-// counters. It needs no token, like the health probes: it holds counts
-// only, with labels from fixed sets (type, state, status class, error
-// code), never an id or a value.
+// counters. It holds counts only, with labels from fixed sets (type, state,
+// status class, error code), never an id or a value.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	var b bytes.Buffer
 	states := map[credstore.State]int{credstore.StateReady: 0, credstore.StatePending: 0, credstore.StateError: 0}
