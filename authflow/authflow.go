@@ -79,12 +79,13 @@ type Manager struct {
 
 	once     sync.Once
 	mu       sync.Mutex
-	flights  map[string]*flight      // refreshes under way, by credential id
-	states   map[string]*pendingAuth // authorization links not yet used
-	retryAt  map[string]backoff      // background refresher's waits after failures
-	running  sync.WaitGroup          // refreshes under way, which Run waits for
-	closing  bool                    // set when Run ends: no new refreshes
-	slots    chan struct{}           // bounds the background refresher's refreshes
+	flights  map[string]*flight       // refreshes under way, by credential id
+	states   map[string]*pendingAuth  // authorization links not yet used
+	retryAt  map[string]backoff       // background refresher's waits after failures
+	pending  map[string]unstoredGrant // grants whose store write failed
+	running  sync.WaitGroup           // refreshes under way, which Run waits for
+	closing  bool                     // set when Run ends: no new refreshes
+	slots    chan struct{}            // bounds the background refresher's refreshes
 	counters counters
 }
 
@@ -121,6 +122,7 @@ func (m *Manager) init() {
 		m.flights = map[string]*flight{}
 		m.states = map[string]*pendingAuth{}
 		m.retryAt = map[string]backoff{}
+		m.pending = map[string]unstoredGrant{}
 	})
 }
 

@@ -247,6 +247,9 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 	if !m.refreshable(cred, client, now, force) {
 		return cred, credstore.Errorf(credstore.ECONFLICT, "%s", m.whyNot(cred, client))
 	}
+	if u, ok := m.unstored(id, cred, client); ok {
+		return u, nil
+	}
 	g, err := m.withRetry(ctx, func(ctx context.Context) (*grant, error) {
 		if cred.Type == credstore.OAuth2Instagram {
 			return m.instagramRefresh(ctx, client, cred.Fields.AccessToken)
@@ -256,21 +259,36 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 	if err != nil {
 		return m.refreshFailed(id, cred, client, err)
 	}
-	// The new refresh token is committed before the new access token is
-	// handed to anyone: a crash after this line loses nothing.
+	return m.commit(id, cred, client, g, m.now())
+}
+
+// commit stores grant g, obtained at `at` by renewing cred, unless the
+// stored tokens changed meanwhile. The new refresh token is committed before
+// the new access token is handed to anyone: a crash after the commit loses
+// nothing. If the write fails, the grant is kept in memory and committed
+// before the next token-endpoint call for this credential, since the
+// provider may already have spent the old refresh token.
+func (m *Manager) commit(id string, cred *credstore.Credential, client *credstore.AuthClient, g *grant, at time.Time) (*credstore.Credential, error) {
 	updated, err := m.Store.UpdateCredential(id, func(c *credstore.Credential) error {
 		if !sameTokens(c, cred) {
 			return errChanged
 		}
-		g.apply(c, client, m.now())
-		c.State, c.Error, c.RefreshedAt = credstore.StateReady, "", m.now().UTC()
+		g.apply(c, client, at)
+		c.State, c.Error, c.RefreshedAt = credstore.StateReady, "", at.UTC()
 		return nil
 	})
+	m.mu.Lock()
+	if err == nil || errors.Is(err, errChanged) {
+		delete(m.pending, id)
+	} else {
+		m.pending[id] = unstoredGrant{g: g, base: cred, at: at}
+	}
+	m.mu.Unlock()
 	if errors.Is(err, errChanged) {
 		return m.Store.Credential(id)
 	}
 	if err != nil {
-		m.Logger.Error("refreshed token could not be stored; it is not used", "secret", id, "err", err)
+		m.Logger.Error("refreshed token could not be stored; kept in memory and stored before the next refresh", "secret", id, "err", err)
 		return nil, err
 	}
 	m.clearBackoff(id)
@@ -278,6 +296,26 @@ func (m *Manager) renew(ctx context.Context, id, seen string, force bool) (*cred
 	m.Logger.Info("token refreshed", "secret", id, "type", string(cred.Type),
 		"expires_at", updated.Fields.ExpiresAt.UTC().Format(time.RFC3339), "rotated", updated.Fields.RefreshToken != cred.Fields.RefreshToken)
 	return updated, nil
+}
+
+// unstoredGrant is a grant whose commit failed.
+type unstoredGrant struct {
+	g    *grant
+	base *credstore.Credential // the credential it renewed
+	at   time.Time
+}
+
+// unstored commits a grant kept in memory after a failed write, if it
+// renewed the tokens still stored. ok says whether it was committed.
+func (m *Manager) unstored(id string, cred *credstore.Credential, client *credstore.AuthClient) (*credstore.Credential, bool) {
+	m.mu.Lock()
+	u, ok := m.pending[id]
+	m.mu.Unlock()
+	if !ok || !sameTokens(u.base, cred) {
+		return nil, false
+	}
+	updated, err := m.commit(id, cred, client, u.g, u.at)
+	return updated, err == nil
 }
 
 // refreshFailed handles a refresh that failed after its retries. A

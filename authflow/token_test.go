@@ -696,3 +696,48 @@ func TestErrorCodeInStatus200IsPermanent(t *testing.T) {
 		})
 	}
 }
+
+// When the store cannot take a rotated refresh token, the grant is kept in
+// memory and stored before the token endpoint is asked again: the provider
+// has already spent the old refresh token, so asking with it would lose the
+// account.
+func TestGrantKeptWhenTheStoreWriteFails(t *testing.T) {
+	srv := startFosite(t, oauthtest.Options{})
+	e := newEnv(t)
+	c := e.pendingSecret(e.oauth2Client(srv, nil))
+	old := e.connect(srv, c.ID)
+
+	e.store.Close() // every write now fails; reads still come from the cache
+	e.clock.Set(old.Fields.ExpiresAt.Add(time.Second))
+	if _, err := e.token(c.ID); err == nil {
+		t.Fatal("Token succeeded although the new token could not be stored")
+	}
+	if n := srv.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls = %d, want 1", n)
+	}
+
+	reopened := openStore(t, e.path, e.key) // still holds the spent refresh token
+	e.m.Store = reopened
+	tok, err := e.token(c.ID)
+	if err != nil || tok == old.Fields.AccessToken {
+		t.Fatalf("Token after the store came back = %v", err)
+	}
+	if n := srv.TokenCalls("refresh_token"); n != 1 {
+		t.Fatalf("refresh calls = %d, want still 1: the kept grant is stored without asking again", n)
+	}
+	cur, _ := reopened.Credential(c.ID)
+	if cur.Fields.AccessToken != tok || cur.Fields.RefreshToken == old.Fields.RefreshToken {
+		t.Fatal("the kept grant was not stored")
+	}
+	if _, err := srv.ValidateAccessToken(e.ctx, tok); err != nil {
+		t.Fatalf("the stored access token is not valid at the provider: %v", err)
+	}
+	// And the stored refresh token is the live one: the provider takes it.
+	if _, err := e.m.Refresh(e.ctx, c.Workspace, c.ID); err != nil {
+		t.Fatalf("refresh with the stored refresh token: %v", err)
+	}
+	if cur, _ := reopened.Credential(c.ID); cur.State != credstore.StateReady {
+		t.Fatalf("state %q after refreshing with the kept token: %s", cur.State, cur.Error)
+	}
+	e.secret("access token", tok)
+}
