@@ -43,7 +43,7 @@ func (m *Manager) Run(ctx context.Context) {
 func (m *Manager) scan(ctx context.Context) {
 	now := m.now()
 	var expired []*credstore.Credential
-	due := m.Store.DueCredentials(func(c *credstore.Credential, client *credstore.AuthClient) bool {
+	due := m.Store.CredentialsWhere(func(c *credstore.Credential, client *credstore.AuthClient) bool {
 		if !c.Type.IsOAuth2() || c.State != credstore.StateReady {
 			return false
 		}

@@ -231,16 +231,17 @@ func (s *Store) Credentials(ws string) []*Credential {
 	return out
 }
 
-// DueCredentials returns the credentials for which due returns true,
-// without copying the whole set: the background refresher asks every
-// second, and an idle sidecar should not make garbage doing so. due runs
-// under the store's read lock and must not call the store.
-func (s *Store) DueCredentials(due func(*Credential, *AuthClient) bool) []*Credential {
+// CredentialsWhere returns, in no order, the credentials (with their auth
+// clients) for which keep returns true, without copying the whole set: the
+// background refresher asks every second, and an idle sidecar should not
+// make garbage doing so. keep runs under the store's read lock and must not
+// call the store.
+func (s *Store) CredentialsWhere(keep func(*Credential, *AuthClient) bool) []*Credential {
 	var out []*Credential
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, c := range s.creds {
-		if client := s.clients[c.AuthClientID]; client != nil && due(c, client) {
+		if client := s.clients[c.AuthClientID]; client != nil && keep(c, client) {
 			out = append(out, c)
 		}
 	}

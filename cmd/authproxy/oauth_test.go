@@ -420,15 +420,7 @@ func TestCallbackFailuresLeaveSecretAlone(t *testing.T) {
 	o := connectOAuth(t, sc, srv)
 	_, connected := o.secretDoc(t)
 
-	page := func(u string) (int, string) {
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	page := func(u string) (int, string) { return get(t, http.DefaultClient, u) }
 	// Denied consent.
 	_, doc, _ := sc.admin("POST", "/v2/workspaces/ws1/secrets/"+o.secret+"/authorize", nil)
 	authURL := doc["data"].(map[string]any)["authorization_url"].(string)

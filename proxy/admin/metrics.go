@@ -21,8 +21,8 @@ type MetricsWriter interface {
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	var b bytes.Buffer
 	states := map[credstore.State]int{credstore.StateReady: 0, credstore.StatePending: 0, credstore.StateError: 0}
-	s.Store.DueCredentials(func(c *credstore.Credential, _ *credstore.AuthClient) bool {
-		states[c.State]++
+	s.Store.CredentialsWhere(func(c *credstore.Credential, _ *credstore.AuthClient) bool {
+		states[c.State]++ // counted in place: nothing is kept
 		return false
 	})
 	fmt.Fprintln(&b, "# HELP authproxy_secrets Stored secrets by state.")

@@ -48,21 +48,18 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	c, err := s.Flow.Callback(r.Context(), r.URL.Query())
-	page := struct{ Title, Detail string }{}
 	status := http.StatusOK
-	if err != nil {
-		status, obj := errorResponse(err)
+	page := struct{ Title, Detail string }{Title: "Account connected"}
+	if c, err := s.Flow.Callback(r.Context(), r.URL.Query()); err != nil {
+		var obj errorObject
+		status, obj = errorResponse(err)
 		if status == http.StatusInternalServerError {
 			s.logger().ErrorContext(r.Context(), "oauth callback failed", "err", err)
 		}
-		w.WriteHeader(status)
 		page.Title, page.Detail = "The account was not connected", obj.Detail
-		_ = callbackPage.Execute(w, page)
-		return
+	} else {
+		page.Detail = "The secret \u201c" + c.Name + "\u201d is ready. You can close this window."
 	}
 	w.WriteHeader(status)
-	page.Title = "Account connected"
-	page.Detail = "The secret \u201c" + c.Name + "\u201d is ready. You can close this window."
-	_ = callbackPage.Execute(w, page)
+	_ = callbackPage.Execute(w, page) // a failed write means the browser has gone
 }
